@@ -1,0 +1,1 @@
+"""Shared foundation: settings, the typed seams between layers, and the encoders."""

@@ -1,0 +1,1 @@
+"""Ingestion: loaders, chunking, embedding, folder sync and the drop-folder worker."""
