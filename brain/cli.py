@@ -11,7 +11,8 @@ from brain.context import setup_logging
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Second Brain: chat with your documents.")
 
 # Each area registers its own commands; a module that is not there yet simply adds none.
-for _module in ("brain.ingest_cmds", "brain.search_cmds", "brain.answer_cmds", "brain.memory_cmds"):
+for _module in ("brain.ingest_cmds", "brain.search_cmds", "brain.answer_cmds", "brain.memory_cmds",
+                "brain.models_cmds"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as exc:

@@ -27,7 +27,8 @@ def setup_logging(verbose: bool = False) -> None:
     """Quiet libraries, show our own warnings."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "sentence_transformers", "transformers", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

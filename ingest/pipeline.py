@@ -32,6 +32,7 @@ from store.manifest import FileRow, Manifest
 log = logging.getLogger(__name__)
 
 UPSERT_BATCH = 64
+MAX_PENDING_FILES = 32
 TRAIL_RESERVE = 32  # tokens kept free for the title/heading trail prepended at embedding time
 
 
@@ -45,6 +46,19 @@ class FileResult:
     chunks: int = 0
     pages: int | None = None
     seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    """A loaded, chunked file waiting to be embedded with its batch."""
+
+    key: str
+    row: FileRow
+    doc: Document
+    chunks: list[Chunk]
+    doc_id: str
+    version: int
+    started: float
 
 
 Progress = Callable[[int, int, FileResult | None, str], None]
@@ -132,17 +146,33 @@ class Ingestor:
             self.manifest.enqueue(str(p), st.st_size, st.st_mtime_ns)
         results: list[FileResult] = []
         total = len(changed) + len(gone_set)
-        for i, p in enumerate(changed):
-            progress(i, total, None, str(p))
-            result = self._process(p, gone_set)
-            results.append(result)
-            progress(i + 1, total, result, str(p))
-        for j, g in enumerate(sorted(gone_set)):
+        pending: list[_Pending] = []
+
+        def commit() -> None:
+            for result in self._commit(pending):
+                results.append(result)
+                progress(len(results), total, result, result.path)
+            pending.clear()
+
+        for p in changed:
+            progress(len(results), total, None, str(p))
+            outcome = self._process(p, gone_set, {q.doc_id for q in pending}, commit)
+            if isinstance(outcome, _Pending):
+                pending.append(outcome)
+                # small files are embedded together: one model call and one flush per batch, not per file
+                if sum(len(q.chunks) for q in pending) >= UPSERT_BATCH or len(pending) >= MAX_PENDING_FILES:
+                    commit()
+            else:
+                results.append(outcome)
+                progress(len(results), total, outcome, str(p))
+        commit()
+        for g in sorted(gone_set):
             results.append(self.remove(g))
-            progress(len(changed) + j + 1, total, results[-1], g)
+            progress(len(results), total, results[-1], g)
         return results
 
-    def _process(self, path: Path, gone: set[str]) -> FileResult:
+    def _process(self, path: Path, gone: set[str], pending_docs: set[str],
+                 commit: Callable[[], None]) -> FileResult | _Pending:
         key = str(path)
         started = time.time()
         row = self.manifest.get(key) or FileRow(path=key)
@@ -152,6 +182,8 @@ class Ingestor:
         except OSError as exc:
             return self._fail(key, f"cannot read file: {exc.strerror or exc}", started)
         doc_id = doc_id_for(sha)
+        if doc_id in pending_docs:  # the same content is in the uncommitted batch: land it first, then dedupe
+            commit()
         if row.doc_id == doc_id and row.status in ("done", "queued", "ingesting") and row.chunks:
             self.manifest.update(key, status="done", sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                  finished_at=time.time())
@@ -175,9 +207,11 @@ class Ingestor:
             self._refresh_paths(doc_id)
             self._release(row, keep=doc_id)
             return FileResult(key, "duplicate", f"same content as {twin.path}", twin.chunks, twin.pages)
-        return self._ingest(path, row, sha, st.st_size, st.st_mtime_ns, started)
+        return self._prepare(path, row, sha, st.st_size, st.st_mtime_ns, started)
 
-    def _ingest(self, path: Path, row: FileRow, sha: str, size: int, mtime_ns: int, started: float) -> FileResult:
+    def _prepare(self, path: Path, row: FileRow, sha: str, size: int, mtime_ns: int,
+                 started: float) -> FileResult | _Pending:
+        """Load and chunk one file; embedding happens in `_commit`, batched with its neighbours."""
         key = str(path)
         doc_id = doc_id_for(sha)
         version = row.doc_version + 1
@@ -189,18 +223,33 @@ class Ingestor:
             chunks = self.chunker.chunk(doc, doc_id, key, version)
             if not chunks:
                 raise IngestError("no text to index")
-            self._write(chunks)
         except IngestError as exc:
             return self._fail(key, str(exc), started)
-        except Exception as exc:  # a bug or store fault must not stop the other files
-            log.error("ingesting %s failed:\n%s", key, traceback.format_exc())
+        except Exception as exc:  # a bug must not stop the other files
+            log.error("loading %s failed:\n%s", key, traceback.format_exc())
             return self._fail(key, f"internal error: {type(exc).__name__}: {exc}", started)
-        seconds = time.time() - started
-        self.manifest.update(key, status="done", doc_id=doc_id, doc_version=version, chunks=len(chunks),
-                             pages=doc.pages, title=doc.title, file_type=doc.file_type,
-                             warnings="; ".join(doc.warnings) or None, finished_at=time.time(), seconds=seconds)
-        self._release(row, keep=doc_id)
-        return FileResult(key, "ingested", "; ".join(doc.warnings), len(chunks), doc.pages, seconds)
+        return _Pending(key, row, doc, chunks, doc_id, version, started)
+
+    def _commit(self, batch: list[_Pending]) -> list[FileResult]:
+        """Embed, upsert and flush a batch of documents, then mark them done and retire old versions."""
+        if not batch:
+            return []
+        try:
+            self._write([c for q in batch for c in q.chunks])
+        except Exception as exc:  # a store fault fails this batch with a reason; the next batch still runs
+            log.error("writing a batch failed:\n%s", traceback.format_exc())
+            return [self._fail(q.key, f"internal error: {type(exc).__name__}: {exc}", q.started) for q in batch]
+        results = []
+        for q in batch:
+            seconds = time.time() - q.started
+            self.manifest.update(q.key, status="done", doc_id=q.doc_id, doc_version=q.version, chunks=len(q.chunks),
+                                 pages=q.doc.pages, title=q.doc.title, file_type=q.doc.file_type,
+                                 warnings="; ".join(q.doc.warnings) or None, finished_at=time.time(),
+                                 seconds=seconds)
+            self._release(q.row, keep=q.doc_id)
+            results.append(FileResult(q.key, "ingested", "; ".join(q.doc.warnings), len(q.chunks), q.doc.pages,
+                                      seconds))
+        return results
 
     def add_document(self, doc: Document, key: str) -> int:
         """Index an already loaded document under a virtual path (benchmarks, corpora); returns its chunk count."""
@@ -216,7 +265,7 @@ class Ingestor:
     def _write(self, chunks: list[Chunk], flush: bool = True) -> None:
         """Embed and upsert in batches, then make the document durable."""
         now = time.time()
-        folders = folders_of(chunks[0].path)
+        folders = {c.path: folders_of(c.path) for c in chunks}
         for i in range(0, len(chunks), UPSERT_BATCH):
             batch = chunks[i : i + UPSERT_BATCH]
             texts = [embedding_text(c) for c in batch]
@@ -226,7 +275,7 @@ class Ingestor:
                     id=point_id(c.doc_id, c.chunk_index),
                     dense=vec,
                     sparse=self.bm25.document(text),
-                    payload={**c.payload(), "folders": folders, "ingested_at": now,
+                    payload={**c.payload(), "folders": folders[c.path], "ingested_at": now,
                              "embedding_model": self.embedder.model_id},
                 )
                 for c, vec, text in zip(batch, vectors, texts, strict=True)

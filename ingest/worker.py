@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,8 @@ class FolderWatcher:
     """Keeps `folder` and the index in sync until stopped."""
 
     def __init__(self, ingestor: Ingestor, folder: Path, debounce_ms: int = 1500,
-                 progress: Progress | None = None, on_batch: Callable[[list[FileResult]], None] | None = None) -> None:
+                 progress: Progress | None = None, on_batch: Callable[[list[FileResult]], None] | None = None,
+                 rescan_s: float = 30.0) -> None:
         self.ingestor = ingestor
         self.folder = folder.expanduser().resolve()
         self.debounce_ms = debounce_ms
@@ -33,6 +35,8 @@ class FolderWatcher:
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self.busy = threading.Event()
+        self.synced = threading.Event()  # set once the first full sync has finished
+        self.rescan_s = rescan_s
         self.last_error: str | None = None
 
     def sync_once(self) -> list[FileResult]:
@@ -54,16 +58,25 @@ class FolderWatcher:
         return results
 
     def run(self) -> None:
-        """Block: initial sync, then one sync per debounced burst of file events."""
+        """Block: one sync per debounced burst of file events, plus a cheap stat-only rescan now and then.
+
+        The watcher is armed before the initial sync, so a file dropped while that sync runs still
+        triggers another one; the periodic rescan covers folders whose events never arrive (network mounts).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.sync_once()
+        synced_at: float | None = None
         for changes in watch(self.folder, debounce=self.debounce_ms, stop_event=self.stop_event,
                              watch_filter=lambda _change, path: not is_ignored(Path(path)),
-                             rust_timeout=1000, yield_on_timeout=False):
-            log.info("%d file events under %s", len(changes), self.folder)
-            self.sync_once()
+                             rust_timeout=500, yield_on_timeout=True):
             if self.stop_event.is_set():
                 break
+            due = synced_at is None or time.monotonic() - synced_at >= self.rescan_s
+            if changes or due:
+                if changes:
+                    log.info("%d file events under %s", len(changes), self.folder)
+                self.sync_once()
+                synced_at = time.monotonic()
+                self.synced.set()
 
     def start(self) -> FolderWatcher:
         """Run in a daemon thread (the app's embedded mode)."""

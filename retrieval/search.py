@@ -107,13 +107,15 @@ class Retriever:
                             h.scores[stage] = by_id[h.id][1]
                             h.scores[f"{stage}_rank"] = float(by_id[h.id][0])
             per_query.append(fused)
-        candidates = drop_overlaps(rrf(per_query, k=self.settings.rrf_k))
+        candidates = drop_overlaps(rrf(per_query, k=self.settings.multi_query_rrf_k))
         timings["search"] = time.perf_counter() - t
 
         status = ""
         if rerank:
             t = time.perf_counter()
-            candidates = self.reranker.rerank(queries[0], candidates[: self.settings.rerank_candidates])
+            head = self.settings.rerank_candidates
+            # the un-reranked tail stays behind the reranked head, so k > rerank_candidates still gets k hits
+            candidates = self.reranker.rerank(queries[0], candidates[:head]) + candidates[head:]
             timings["rerank"] = time.perf_counter() - t
             status = self.reranker.status
         hits = candidates[:k]
@@ -124,11 +126,12 @@ class Retriever:
 
     def expand(self, hits: Sequence[Hit]) -> None:
         """Attach the chunk before and after each hit (as `payload['context_before'/'context_after']`)."""
-        wanted = {}
+        # one neighbour can serve two hits (chunks 3 and 5 both border chunk 4), so keep every claimant
+        wanted: dict[str, list[tuple[Hit, str]]] = {}
         for h in hits:
             for idx, key in ((h.chunk_index - 1, "context_before"), (h.chunk_index + 1, "context_after")):
                 if idx >= 0:
-                    wanted[point_id(h.doc_id, idx)] = (h, key)
+                    wanted.setdefault(point_id(h.doc_id, idx), []).append((h, key))
         for rec in self.store.retrieve(list(wanted)):
-            h, key = wanted[rec.id]
-            h.payload[key] = rec.payload.get("text", "")
+            for h, key in wanted.get(rec.id, []):
+                h.payload[key] = rec.payload.get("text", "")

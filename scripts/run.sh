@@ -8,4 +8,4 @@ bash scripts/bootstrap.sh
 python -m brain models prepare
 exec python -m streamlit run app/main.py \
   --server.address "${APP_HOST:-127.0.0.1}" --server.port "${APP_PORT:-8501}" \
-  --server.headless true --browser.gatherUsageStats false "$@"
+  --server.headless true --browser.gatherUsageStats false --client.toolbarMode minimal "$@"

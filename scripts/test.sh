@@ -8,7 +8,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
   (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium install failed"
 fi
 if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-  (apt-get install -y -qq docker-compose >/dev/null 2>&1) || echo "docker-compose install failed"
+  (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null 2>&1) || echo "docker-compose install failed"
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate

@@ -25,6 +25,9 @@ PAYLOAD_INDEXES = {
     "folders": qe.PayloadSchemaType.Keyword,
     "file_type": qe.PayloadSchemaType.Keyword,
     "namespace": qe.PayloadSchemaType.Keyword,
+    # long-term memory items (graphs/memory/store.py): recall filters on these on every turn
+    "value.status": qe.PayloadSchemaType.Keyword,
+    "value.kind": qe.PayloadSchemaType.Keyword,
     "ingested_at": qe.PayloadSchemaType.Float,
 }
 
@@ -145,7 +148,8 @@ class EdgeStore:
             else None
         )
         if dense is not None and sparse is not None:
-            fusion = qe.Fusion.Dbsf() if spec.fusion == "dbsf" else qe.Fusion.Rrf(k=spec.rrf_k, weights=list(spec.weights))
+            fusion = (qe.Fusion.Dbsf() if spec.fusion == "dbsf"
+                      else qe.Fusion.Rrf(k=spec.rrf_k, weights=list(spec.weights)))
             return qe.QueryRequest(
                 limit=spec.limit,
                 with_payload=spec.with_payload,

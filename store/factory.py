@@ -22,7 +22,8 @@ class Backend:
         if url:
             from qdrant_client import QdrantClient
 
-            self._client = QdrantClient(location=":memory:") if url == ":memory:" else QdrantClient(url=url, api_key=api_key)
+            self._client = (QdrantClient(location=":memory:") if url == ":memory:"
+                            else QdrantClient(url=url, api_key=api_key))
         elif root is not None:
             self._lock = EdgeLock(root)
             self._lock.acquire()

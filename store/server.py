@@ -18,6 +18,9 @@ PAYLOAD_INDEXES = {
     "folders": m.PayloadSchemaType.KEYWORD,
     "file_type": m.PayloadSchemaType.KEYWORD,
     "namespace": m.PayloadSchemaType.KEYWORD,
+    # long-term memory items (graphs/memory/store.py): recall filters on these on every turn
+    "value.status": m.PayloadSchemaType.KEYWORD,
+    "value.kind": m.PayloadSchemaType.KEYWORD,
     "ingested_at": m.PayloadSchemaType.FLOAT,
 }
 
@@ -50,15 +53,20 @@ class ServerStore:
         self.name = name
         self.client = client
         if not client.collection_exists(name):
-            client.create_collection(
-                name,
-                vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
-                sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
-                metadata={**meta, "dim": dim, "created_at": time.time()},
-            )
+            try:
+                client.create_collection(
+                    name,
+                    vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+                    sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+                    metadata={**meta, "dim": dim, "created_at": time.time()},
+                )
+            except Exception:
+                # The app and the worker start together in compose: the other one may have just created it.
+                if not client.collection_exists(name):
+                    raise
             if not isinstance(client._client, QdrantLocal):  # local mode has no payload indexes (and warns)
                 for key, schema in PAYLOAD_INDEXES.items():
-                    client.create_payload_index(name, key, field_schema=schema)
+                    client.create_payload_index(name, key, field_schema=schema)  # idempotent on the server
 
     def meta(self) -> dict[str, Any]:
         """Collection metadata."""
@@ -95,7 +103,8 @@ class ServerStore:
 
     def set_payload(self, flt: Filter, payload: dict[str, Any]) -> None:
         """Overwrite payload keys on matching points."""
-        self.client.set_payload(self.name, payload=payload, points=m.FilterSelector(filter=to_client_filter(flt)), wait=True)
+        selector = m.FilterSelector(filter=to_client_filter(flt))
+        self.client.set_payload(self.name, payload=payload, points=selector, wait=True)
 
     def _request(self, spec: QuerySpec) -> m.QueryRequest:
         flt = to_client_filter(spec.filter)

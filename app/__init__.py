@@ -1,0 +1,1 @@
+"""The Streamlit app: Chat, Library, Memory and Settings over one process-wide runtime (`app.services`)."""

@@ -1,0 +1,1 @@
+"""The answer graph: LangGraph nodes, prompts and the LLM runtime."""
