@@ -226,7 +226,8 @@ class Attributor:
         """Check and repair the citations of `draft` against `passages` ([1] is `passages[0]`)."""
         segments = split_segments(draft)
         prose = [s for s in segments if s.prose]
-        scorable = [s for s in prose if len(content_tokens(s.body)) >= MIN_CONTENT_TOKENS]
+        # A question is not a claim: a small model sometimes echoes the user's question back, citation and all.
+        scorable = [s for s in prose if len(content_tokens(s.body)) >= MIN_CONTENT_TOKENS and not _is_question(s)]
         if scorable and passages:
             matrix = self._scores([s.body for s in scorable], passages)
             for seg, row in zip(scorable, matrix, strict=True):
@@ -274,6 +275,13 @@ class Attributor:
         memory = list(dict.fromkeys(memory))
         seg.cites = [("m", n) for n in memory]
 
+        if _is_question(seg):
+            for kind, n in seg.markers:
+                if kind == "p":
+                    flagged.append(f"removed [{n}] from the question \"{_short(seg.body)}\": a question is not a claim")
+            seg.cites = [c for c in seg.cites if c[0] == "m"]
+            seg.status = "neutral"
+            return
         if not seg.support:  # a fragment without content words (or no passages at all): nothing to back
             seg.status = "memory" if memory else "neutral"
             return
@@ -321,6 +329,10 @@ def _render(seg: Segment, new_n: dict[int, int]) -> str:
     if m:  # "... mutable [2]." reads better than "... mutable. [2]"
         return f"{body[: m.start()].rstrip()} {marks}{body[m.start():]}"
     return f"{body} {marks}"
+
+
+def _is_question(seg: Segment) -> bool:
+    return strip_markers(seg.body).rstrip().endswith("?")
 
 
 def _short(text: str, n: int = 60) -> str:

@@ -67,6 +67,7 @@ def _turn_input(question: str) -> AnswerState:
     # Every per-turn key is reset, so nothing of the previous turn leaks into this one.
     return {
         "messages": [HumanMessage(content=question)], "question": question, "standalone": question,
+        "answer_question": question,
         "queries": [question], "memories": [], "memory_block": "", "candidates": [], "hits": [], "passages": [],
         "covered": False, "answerability": {}, "draft": "", "answer": "", "citations": [], "flagged": [],
         "unsupported": [], "closest": [], "steps": None,  # type: ignore[typeddict-item]

@@ -39,6 +39,9 @@ class AnswerState(TypedDict, total=False):
 
     question: str  # the user's words for this turn
     standalone: str  # the question rewritten to stand alone (equals `question` without history)
+    # what the answer prompt asks; differs from `standalone` only when the rewrite was rejected and retrieval
+    # searched with the previous question appended (a small model answers that appended question instead)
+    answer_question: str
     queries: list[str]  # what retrieval searched: `standalone` plus any multi-query variants
 
     # Seam for long-term memory (graphs/memory/): `recall_memory` fills these; generate shows the block to

@@ -24,7 +24,8 @@ from store.factory import Backend
 pytestmark = pytest.mark.llm
 
 VARIANT = os.environ.get("E2E_LLM_VARIANT", "fast")
-MODEL = {"fast": "qwen2.5-coder-0.5b-instruct", "default": "qwen2.5-coder-1.5b-instruct"}[VARIANT]
+MODELS = {"fast": "qwen2.5-coder-0.5b-instruct", "default": "qwen2.5-coder-1.5b-instruct"}
+MODEL = MODELS[VARIANT]
 
 NOTES = {
     # Facts no model can know, so a right answer can only come from the notes.
@@ -52,18 +53,16 @@ def _llm_available(settings: Settings) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[AnswerEngine]:
+def _open_engine(root: Path, embedder: Embedder, variant: str, port: int) -> AnswerEngine:
     """An engine over three notes, talking to the packaged model through its OpenAI-compatible server."""
-    root = tmp_path_factory.mktemp("e2e")
     data = root / "data"
     (data / "inbox").mkdir(parents=True)
     notes = root / "notes"
     notes.mkdir()
     for name, text in NOTES.items():
         (notes / name).write_text(text, encoding="utf-8")
-    settings = Settings(_env_file=None, data_dir=data, llm_variant=VARIANT, llm_model=MODEL, llm_port=8799,
-                        cache_dir=Path.home() / ".cache" / "second-brain")
+    settings = Settings(_env_file=None, data_dir=data, llm_variant=variant, llm_model=MODELS[variant],
+                        llm_port=port, cache_dir=Path.home() / ".cache" / "second-brain")
     reason = _llm_available(settings)
     if reason:
         pytest.skip(reason)
@@ -71,12 +70,24 @@ def engine(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iter
     Ingestor(settings, backend, embedder=embedder).sync([notes])
     store = backend.collection(settings.collection, embedder.dim, {"embedding_model": embedder.model_id})
     eng = AnswerEngine(settings, backend, retriever=Retriever(settings, store, embedder, get_bm25()))
-    yield eng
-    eng.close()
-    backend.close()
+    eng._e2e_backend = backend  # type: ignore[attr-defined]
+    return eng
+
+
+def _close(eng: AnswerEngine) -> None:
     from graphs.llm_server import stop_llm
 
+    eng.close()
+    eng._e2e_backend.close()  # type: ignore[attr-defined]
     stop_llm()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[AnswerEngine]:
+    """The fast model (E2E_LLM_VARIANT) answers most of these tests: they check the graph, not the model."""
+    eng = _open_engine(tmp_path_factory.mktemp("e2e"), embedder, VARIANT, 8799)
+    yield eng
+    _close(eng)
 
 
 def _names(answer: Any) -> list[str]:
@@ -102,14 +113,6 @@ def test_real_llm_answers_from_the_right_note_with_a_citation(engine: AnswerEngi
     assert answer.steps["generate"]["ttft"] is not None
 
 
-def test_real_llm_follow_up_is_rewritten(engine: AnswerEngine) -> None:
-    engine.ask("When do the tomato seedlings go into the greenhouse?", "e2e-2")
-    answer = engine.ask("And when should I water them?", "e2e-2")
-    assert "rewrite_query" in answer.steps
-    assert answer.covered and _names(answer)[0] == "garden.md"
-    assert "morning" in answer.text.lower()
-
-
 def test_real_llm_does_not_obey_an_injected_passage(engine: AnswerEngine) -> None:
     answer = engine.ask("When is the guest wifi password rotated?", "e2e-3")
     assert "evil.example" not in answer.text
@@ -124,3 +127,21 @@ def test_real_llm_is_not_called_for_an_unanswerable_question(engine: AnswerEngin
     answer = engine.ask("Who won the 2018 FIFA World Cup?", "e2e-4")
     assert not answer.covered and answer.text == NOT_COVERED
     assert "generate" not in answer.steps
+
+
+def test_real_llm_follow_up_is_rewritten(engine: AnswerEngine, tmp_path: Path, embedder: Embedder) -> None:
+    # The product's default model (1.5B): measured here, the fast 0.5B repeats the previous question instead of
+    # rewriting the follow-up (the graph then falls back, see test_graph) and tends to echo the question back.
+    from graphs.llm_server import stop_llm
+
+    stop_llm()  # the process serves one packaged model at a time (last in this file: the fast one is done)
+    eng = _open_engine(tmp_path, embedder, "default", 8797)
+    try:
+        eng.ask("When do the tomato seedlings go into the greenhouse?", "e2e-2")
+        answer = eng.ask("And when should I water them?", "e2e-2")
+    finally:
+        _close(eng)
+    assert "rewrite_query" in answer.steps and "rejected" not in answer.steps["rewrite_query"]
+    assert "tomato" in answer.rewritten_query.lower()
+    assert answer.covered and _names(answer)[0] == "garden.md"
+    assert "morning" in answer.text.lower()

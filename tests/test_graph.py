@@ -152,6 +152,16 @@ def test_rewrite_that_drops_the_follow_up_is_not_trusted(make_engine: Any) -> No
     assert answer.steps["rewrite_query"]["rejected"] == "How do I install frobnicator on Linux?"
     assert answer.rewritten_query == "and on Windows? (follow-up to: How do I install frobnicator on Linux?)"
     assert _source_names(answer) == ["install.md"]
+    # retrieval searched with the previous question appended; the model is asked the user's own question
+    assert "Question: On Windows?" in str(model.prompts[2][-1].content)
+
+
+def test_an_echoed_question_is_not_an_answer(make_engine: Any) -> None:
+    engine = make_engine(fake("How hot should the water be for green tea [1]?"))
+    answer = engine.ask("How hot should the water be for green tea?", "t-echo")
+    assert not answer.covered and answer.text == NOT_COVERED and answer.citations == []
+    assert any("a question is not a claim" in f for f in answer.flagged)
+    assert answer.closest and Path(answer.closest[0].path).name == "tea.md"
 
 
 def test_multi_query_adds_variants(make_engine: Any) -> None:

@@ -96,7 +96,7 @@ def answer_messages(state: AnswerState, context_words: int | None = DEFAULT_CONT
     `context_words` is the passages' total word budget, shared equally (None: whole passages).
     """
     passages = state.get("passages", [])
-    question = state.get("standalone") or state["question"]
+    question = state.get("answer_question") or state.get("standalone") or state["question"]
     per = max(40, context_words // max(1, len(passages))) if context_words else None
     return load_prompt(ANSWER).render(
         passages=format_passages(passages, question, per),

@@ -82,6 +82,10 @@ def accept_rewrite(rewrite: str, question: str, history: Sequence[tuple[str, str
     return True
 
 
+# "And when should I water them?" → "when should I water them?": the passages already carry the context.
+_LEADING_LINK = re.compile(r"^\s*(and|or|so|but|also)\b[\s,]*", re.IGNORECASE)
+
+
 def with_previous(history: Sequence[tuple[str, str]], question: str) -> str:
     """Fallback rewrite without the model: the follow-up, then the previous question as context.
 
@@ -136,4 +140,7 @@ def rewrite_query(state: AnswerState, runtime: Runtime[AnswerContext]) -> dict[s
         except Exception as exc:
             info["variants_error"] = f"{type(exc).__name__}: {exc}"
     info.update(standalone=standalone, queries=queries)
-    return {"standalone": standalone, "queries": queries, "steps": {"rewrite_query": info}}
+    fell_back = "rejected" in info or "error" in info
+    asked = (_LEADING_LINK.sub("", question).strip() or question) if fell_back else standalone
+    return {"standalone": standalone, "answer_question": asked[:1].upper() + asked[1:], "queries": queries,
+            "steps": {"rewrite_query": info}}
