@@ -51,7 +51,7 @@ names = {*Settings.model_fields, *ConfigFileSettings.model_fields, "host", "port
 for key in [k for k in os.environ if k.lower() in names]:
     del os.environ[key]
 parent = int(os.environ.pop("SECOND_BRAIN_LLM_PARENT"))
-sys.argv += ["--api_key", os.environ.pop("SECOND_BRAIN_LLM_KEY")]
+sys.argv.append("--api_key=" + os.environ.pop("SECOND_BRAIN_LLM_KEY"))  # "=": a key may start with "-"
 def _watch():
     while True:
         time.sleep(1.0)
@@ -211,7 +211,7 @@ class LlamaServer:
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"llama-server-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the child
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child; append: keep failures
         env = {**os.environ, "SECOND_BRAIN_LLM_PARENT": str(os.getpid()), "SECOND_BRAIN_LLM_KEY": self.api_key}
         popen_kw: dict[str, object] = {}
         if os.name == "posix":

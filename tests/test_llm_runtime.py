@@ -198,3 +198,25 @@ def test_real_fast_model_answers_through_chat_openai(settings: Settings, monkeyp
     assert not server.is_running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python not installed")
+def test_a_random_key_that_starts_with_a_dash_still_starts_the_server(tmp_path: Path) -> None:
+    # The per-process key is secrets.token_urlsafe(): 1 start in 64 drew a leading "-", which argparse then read
+    # as a missing value ("usage: ..." and exit code 2) — seen once in a browser-test run.
+    import urllib.request
+
+    try:
+        model = packaged_gguf("fast", Path.home() / ".cache" / "second-brain")
+    except ModelAssemblyError as exc:
+        pytest.skip(str(exc))
+    server = LlamaServer(model, model_alias="fast", port=0, n_threads=1, n_ctx=512, log_dir=tmp_path,
+                         api_key="-dash-first-key")
+    try:
+        url = server.start()
+        request = urllib.request.Request(f"{url}/models", headers={"Authorization": "Bearer -dash-first-key"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        server.stop()

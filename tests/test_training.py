@@ -23,7 +23,15 @@ from retrieval.training.data import (
     strip_heading,
     training_pages,
 )
-from retrieval.training.train import TrainConfig, build_model, dev_scores, save_model, train, write_card
+from retrieval.training.train import (
+    TrainConfig,
+    build_model,
+    dev_scores,
+    negatives_for,
+    save_model,
+    train,
+    write_card,
+)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FAQ_PAGES = ("pkg-basics.en.html", "pkgtools.en.html")
@@ -77,7 +85,7 @@ def test_evaluation_pages_are_excluded(tmp_path: Path) -> None:
 
 def test_negatives_and_two_training_steps(faq_pairs: list, settings: Settings, embedder: Embedder,
                                           tmp_path: Path) -> None:
-    pairs = faq_pairs[:24]
+    pairs = faq_pairs[:16]
     examples = mine_hard_negatives(pairs, settings=settings, embedder=embedder, workdir=tmp_path / "mine",
                                    negatives=2, depth=10, pool=8, progress=False)
     assert len(examples) == len(pairs)
@@ -87,7 +95,12 @@ def test_negatives_and_two_training_steps(faq_pairs: list, settings: Settings, e
     assert sum(e.mined for e in examples) >= len(examples)  # most negatives come from the hybrid search
     assert sum(1 for e in examples if e.positive_rank) >= len(examples) // 2
 
-    cfg = TrainConfig(layers=1, steps=2, batch_queries=2, negatives=2, max_length=64)
+    cfg = TrainConfig(layers=1, steps=2, batch_queries=2, negatives=2, hard_negatives=1, max_length=64)
+    import random
+
+    group = negatives_for(examples[0], examples, cfg, random.Random(0))
+    assert group[0] == examples[0].negatives[0]  # one mined negative, then another query's positive
+    assert group[1] in {e.positive for e in examples[1:]}
     ce = build_model(cfg.layers, cfg.max_length)
     log = train(ce, examples, cfg)
     assert log["steps_done"] == 2

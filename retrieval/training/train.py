@@ -64,6 +64,7 @@ class TrainConfig:
     steps: int = 1000
     batch_queries: int = 4
     negatives: int = 3
+    hard_negatives: int | None = None  # of `negatives`, how many are mined; the rest are other queries' positives
     lr: float = 1e-4
     head_lr: float = 1e-3  # pooler + classifier start from scratch: they need a larger step than the body
     warmup: float = 0.1
@@ -142,6 +143,23 @@ def dev_scores(ce: Any, examples: Sequence[Example], max_length: int, batch_quer
             "groups": len(rr), "group_size": 1 + (len(examples[0].negatives) if examples else 0)}
 
 
+def negatives_for(e: Example, examples: Sequence[Example], cfg: TrainConfig, rng: random.Random) -> list[str]:
+    """`cfg.negatives` passages: the first `hard_negatives` mined ones, then positives of other queries.
+
+    Mined negatives alone teach a shortcut: they were picked *because* they share the query's words, while the
+    positive lost its heading, so "overlap with the query" becomes evidence *against* relevance (measured: the
+    all-hard models ranked the relevant passage near the bottom of the top 30). Other queries' positives are
+    first chunks too, so the model cannot tell positives by their position in a section either.
+    """
+    hard = cfg.negatives if cfg.hard_negatives is None else min(cfg.hard_negatives, cfg.negatives)
+    out = list(e.negatives[:hard])
+    while len(out) < cfg.negatives:
+        other = examples[rng.randrange(len(examples))]
+        if other.pair_id != e.pair_id and other.positive != e.positive and other.positive not in out:
+            out.append(other.positive)
+    return out
+
+
 def train(ce: Any, examples: Sequence[Example], cfg: TrainConfig) -> dict[str, Any]:
     """The training loop; returns its log (losses, steps done, seconds)."""
     import torch
@@ -175,7 +193,7 @@ def train(ce: Any, examples: Sequence[Example], cfg: TrainConfig) -> dict[str, A
             rng.shuffle(order)
             epochs += 1
         batch = [examples[order.pop()] for _ in range(cfg.batch_queries)]
-        logits = group_logits(ce, [(e.query, [e.positive, *e.negatives[: cfg.negatives]]) for e in batch],
+        logits = group_logits(ce, [(e.query, [e.positive, *negatives_for(e, examples, cfg, rng)]) for e in batch],
                               cfg.max_length)
         loss = torch.nn.functional.cross_entropy(logits, target[: len(batch)])
         loss.backward()
@@ -220,6 +238,7 @@ def write_card(out: Path, *, cfg: TrainConfig, counts: PairCounts, data: dict[st
                scores: dict[str, Any], size: int) -> None:
     """The model card: what it is, what it was trained on (and kept away from), how, and how it scored."""
     src = counts.to_json()
+    hard = cfg.negatives if cfg.hard_negatives is None else min(cfg.hard_negatives, cfg.negatives)
     rows = "\n".join(f"| {s} | {src['pages'].get(s, 0)} | {src['sections'].get(s, 0)} | {src['pairs'].get(s, 0)} | "
                      f"{data['train_by_source'].get(s, 0)} | {data['dev_by_source'].get(s, 0)} |"
                      for s in sorted(src["pages"]))
@@ -235,9 +254,10 @@ Weights: fp16 safetensors ({size / 1e6:.1f} MB), loaded as float32. Licence: Apa
 Real documentation from Debian packages (none written here): python3.11-doc (without `faq/`, `tutorial/` and
 the library pages of the answer-quality corpus), the R manuals R-exts, R-lang and R-ints (R-FAQ, R-intro, R-data,
 R-admin kept out), debian-faq and live-manual. Query = a section heading; positive = the first chunk of that
-section's body (heading removed); {cfg.negatives} hard negatives per query drawn (seeded) from the top
+section's body (heading removed); {cfg.negatives} hard negatives per query mined (seeded) from the top
 {cfg.pool} hits of the project's own hybrid search (`Retriever.search`, rrf dense 4 : bm25 1, k=2) over all bodies,
-skipping the section itself and sections that enclose it or that it encloses. No SciFact pairs: its corpus is
+skipping the section itself and sections that enclose it or that it encloses; training uses {hard} of them per
+group and fills the group with {cfg.negatives - hard} other queries' positives. No SciFact pairs: its corpus is
 absent here. One pair in {DEV_SHARE} is held out (by id hash) as the dev set.
 
 | source | pages | sections | pairs | train | dev |
@@ -325,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--batch-queries", type=int, default=d.batch_queries)
     ap.add_argument("--negatives", type=int, default=d.negatives)
+    ap.add_argument("--hard-negatives", type=int, default=None,
+                    help="how many of --negatives are mined (default all); the rest are other queries' positives")
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--head-lr", type=float, default=d.head_lr)
     ap.add_argument("--warmup", type=float, default=d.warmup)
@@ -343,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = TrainConfig(layers=args.layers, steps=args.steps, batch_queries=args.batch_queries,
-                      negatives=args.negatives, lr=args.lr, head_lr=args.head_lr, warmup=args.warmup,
+                      negatives=args.negatives, hard_negatives=args.hard_negatives, lr=args.lr, head_lr=args.head_lr,
+                      warmup=args.warmup,
                       max_length=args.max_length, seed=args.seed, threads=args.threads, max_minutes=args.max_minutes)
     import torch
 
