@@ -270,7 +270,8 @@ class Runtime:
                 try:
                     self.ingestor.remove(path)
                     # Forget the indexed version, or the pipeline would find it unchanged and skip it.
-                    self.ingestor.manifest.update(path, doc_id=None, chunks=0)
+                    # ...and show it as queued, not deleted, so it stays in the Library while it re-indexes.
+                    self.ingestor.manifest.update(path, doc_id=None, chunks=0, status="queued")
                     if Path(path).exists():
                         results = self.ingestor.apply([Path(path)], [], self.activity.progress)
                     else:

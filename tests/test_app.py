@@ -174,6 +174,7 @@ def test_library_filter_reindex_and_delete(data_dir: Path) -> None:
                and runtime.ingestor.manifest.get(tea).status == "done")
     assert runtime.ingestor.store.count() > 0
 
+    at.run()  # the tree rendered while the re-index ran may show the row mid-update: render it again
     at.button(key=f"delete-{_key(tea)}").click().run()
     assert "Delete **tea.md** from the library?" in texts(at.warning)
     at.button(key="confirm-delete-yes").click().run()
