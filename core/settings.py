@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # --- answering -------------------------------------------------------------------------------
     answer_floor: float = Field(default=0.41, description="Relevance floor below which the notes 'do not cover it'.")
     answer_passages: int = Field(default=4, description="Passages given to the model.")
-    answer_context_words: int = Field(default=360, description="Word budget for passages in the prompt.")
+    answer_context_words: int = Field(default=220, description="Word budget for passages in the prompt.")
     attribution_floor: float = Field(default=0.45, description="Sentence-to-passage support threshold.")
 
     # --- memory --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from graphs.nodes.common import message_text, step
 from graphs.prompts import ANSWER, load_prompt
 from graphs.state import AnswerContext, AnswerState
 
-DEFAULT_CONTEXT_WORDS = 360  # passages' share of the prompt; ~4 s of prefill for the fast model on one core
+DEFAULT_CONTEXT_WORDS = 220  # 360 → 220: TTFT 6.6 → 4.2 s (0.5B), more citations correct (docs "Answers")
 
 
 def source_label(hit: Hit) -> str:
