@@ -120,12 +120,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer a question from your notes, streamed, with its sources."""
         settings = _settings(fast)
-        with backend_or_exit(settings) as backend:
-            engine = AnswerEngine(settings, backend)
-            try:
-                ok = _answer(engine, question, thread or f"ask-{uuid.uuid4().hex[:8]}", _filters(folder, types), steps)
-            finally:
-                engine.close()
+        with backend_or_exit(settings) as backend, AnswerEngine(settings, backend) as engine:
+            ok = _answer(engine, question, thread or f"ask-{uuid.uuid4().hex[:8]}", _filters(folder, types), steps)
         raise typer.Exit(EXIT_OK if ok else EXIT_FAILURES)
 
     @app.command()
@@ -137,15 +133,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A conversation with your notes (it is kept: continue it later with --thread)."""
         settings = _settings(fast)
-        with backend_or_exit(settings) as backend:
-            engine = AnswerEngine(settings, backend)
-            try:
-                if list_only:
-                    _list(engine)
-                    raise typer.Exit(EXIT_OK)
-                _chat_loop(engine, thread or f"{CLI_THREAD}-{uuid.uuid4().hex[:8]}", steps)
-            finally:
-                engine.close()
+        with backend_or_exit(settings) as backend, AnswerEngine(settings, backend) as engine:
+            if list_only:
+                _list(engine)
+                raise typer.Exit(EXIT_OK)
+            _chat_loop(engine, thread or f"{CLI_THREAD}-{uuid.uuid4().hex[:8]}", steps)
 
     llm = typer.Typer(no_args_is_help=True, help="The packaged local LLM server.")
 

@@ -24,6 +24,21 @@ def embedder() -> Embedder:
     return get_embedder("packaged:all-MiniLM-L6-v2")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread while a module runs, restored afterwards.
+
+    On two shared cores, two torch threads next to a busy process made one query embedding 30-80x slower
+    (measured 200-490 ms against 6 ms with one thread).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings pointing every store at a fresh temporary data directory."""

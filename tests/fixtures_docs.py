@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docx import Document as DocxDocument
 from pypdf import PdfReader, PdfWriter
+
+if TYPE_CHECKING:
+    from core.encoders import Embedder
+    from core.settings import Settings
+    from store.factory import Backend
 
 
 def _pdf_escape(text: str) -> str:
@@ -162,3 +168,20 @@ def make_zip_without_document(path: Path) -> Path:
         zf.writestr("hello.txt", "hello")
     return path
 
+
+def ingest_notes(settings: Settings, folder: Path, notes: dict[str, str], embedder: Embedder) -> Backend:
+    """Write `notes` (file name → text) into `folder` and ingest them into a fresh embedded store.
+
+    Fails the test unless every note is ingested. The caller closes the returned backend.
+    """
+    from ingest.pipeline import Ingestor
+    from store.factory import Backend
+
+    settings.inbox.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in notes.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    backend = Backend(root=settings.qdrant_path)
+    results = Ingestor(settings, backend, embedder=embedder).sync([folder])
+    assert all(r.outcome == "ingested" for r in results), results
+    return backend

@@ -17,9 +17,8 @@ from core.encoders import Embedder, get_bm25
 from core.settings import Settings
 from graphs.engine import AnswerEngine
 from graphs.state import NOT_COVERED
-from ingest.pipeline import Ingestor
 from retrieval.search import Retriever
-from store.factory import Backend
+from tests.fixtures_docs import ingest_notes
 
 pytestmark = pytest.mark.llm
 
@@ -55,19 +54,12 @@ def _llm_available(settings: Settings) -> str | None:
 
 def _open_engine(root: Path, embedder: Embedder, variant: str, port: int) -> AnswerEngine:
     """An engine over three notes, talking to the packaged model through its OpenAI-compatible server."""
-    data = root / "data"
-    (data / "inbox").mkdir(parents=True)
-    notes = root / "notes"
-    notes.mkdir()
-    for name, text in NOTES.items():
-        (notes / name).write_text(text, encoding="utf-8")
-    settings = Settings(_env_file=None, data_dir=data, llm_variant=variant, llm_model=MODELS[variant],
+    settings = Settings(_env_file=None, data_dir=root / "data", llm_variant=variant, llm_model=MODELS[variant],
                         llm_port=port, cache_dir=Path.home() / ".cache" / "second-brain")
     reason = _llm_available(settings)
     if reason:
         pytest.skip(reason)
-    backend = Backend(root=settings.qdrant_path)
-    Ingestor(settings, backend, embedder=embedder).sync([notes])
+    backend = ingest_notes(settings, root / "notes", NOTES, embedder)
     store = backend.collection(settings.collection, embedder.dim, {"embedding_model": embedder.model_id})
     eng = AnswerEngine(settings, backend, retriever=Retriever(settings, store, embedder, get_bm25()))
     eng._e2e_backend = backend  # type: ignore[attr-defined]

@@ -26,10 +26,10 @@ from graphs.nodes.generate import answer_messages, focus
 from graphs.nodes.memory_hooks import format_memory_block
 from graphs.prompts import ANSWER, load_prompt
 from graphs.state import NOT_COVERED
-from ingest.pipeline import Ingestor
 from retrieval.filters import SearchFilters
 from retrieval.search import Retriever
 from store.factory import Backend
+from tests.fixtures_docs import ingest_notes
 
 DOCS = {
     "tea.md": "# Brewing tea\n\nGreen tea should be brewed with water at 80 degrees Celsius for two minutes. "
@@ -65,16 +65,8 @@ def fake(*replies: str) -> RecordingChat:
 def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[tuple[Settings, Backend]]:
     """The four notes above, ingested once for the module."""
     root = tmp_path_factory.mktemp("graph")
-    data = root / "data"
-    (data / "inbox").mkdir(parents=True)
-    docs = root / "notes"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    settings = Settings(_env_file=None, data_dir=data)
-    backend = Backend(root=settings.qdrant_path)
-    results = Ingestor(settings, backend, embedder=embedder).sync([docs])
-    assert all(r.outcome == "ingested" for r in results), results
+    settings = Settings(_env_file=None, data_dir=root / "data")
+    backend = ingest_notes(settings, root / "notes", DOCS, embedder)
     yield settings, backend
     backend.close()
 

@@ -30,9 +30,9 @@ from graphs.memory.consolidate import memory_tokens
 from graphs.memory.extract import extract_with_model, parse_extraction, plan, third_person, worth_extracting
 from graphs.memory.models import memory_namespace
 from graphs.memory.summary import fallback_summary, maybe_summarise
-from ingest.pipeline import Ingestor
 from retrieval.search import Retriever
 from store.factory import Backend
+from tests.fixtures_docs import ingest_notes
 
 NOTES = {
     "tea.md": "# Brewing tea\n\nGreen tea should be brewed with water at 80 degrees Celsius for two minutes. "
@@ -95,15 +95,8 @@ def _kind(messages: list[BaseMessage]) -> str:
 def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[tuple[Settings, Backend]]:
     """Two notes ingested once into an embedded store; the memories collection sits beside them."""
     root = tmp_path_factory.mktemp("memory")
-    data = root / "data"
-    (data / "inbox").mkdir(parents=True)
-    notes = root / "notes"
-    notes.mkdir()
-    for name, text in NOTES.items():
-        (notes / name).write_text(text, encoding="utf-8")
-    settings = Settings(_env_file=None, data_dir=data)
-    backend = Backend(root=settings.qdrant_path)
-    Ingestor(settings, backend, embedder=embedder).sync([notes])
+    settings = Settings(_env_file=None, data_dir=root / "data")
+    backend = ingest_notes(settings, root / "notes", NOTES, embedder)
     yield settings, backend
     backend.close()
 

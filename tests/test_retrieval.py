@@ -47,18 +47,8 @@ OLD = datetime(2020, 1, 1).timestamp()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread while this module runs, restored afterwards.
-
-    On two shared cores, two torch threads next to a busy process made one query embedding 30-80x slower
-    (measured 200-490 ms against 6 ms with one thread); these tests embed many short queries.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """These tests embed many short queries: one intra-op thread (see conftest)."""
 
 
 class Library:
